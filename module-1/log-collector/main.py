@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -78,6 +81,18 @@ app = FastAPI(
     max_body_size=MAX_BODY_BYTES,
 )
 
+
+@app.exception_handler(RequestValidationError)
+async def validation_failed(
+    request: Request, exc: RequestValidationError
+) -> JSONResponse:
+    """Answer 422 naming each bad field, without echoing the bad value back."""
+    # FastAPI's own handler repeats each bad value in its answer; a value JSON
+    # cannot encode (NaN, 1e999, a lone surrogate) then turns the 422 into a 500.
+    errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 QUEUE_DOWN = {"description": "Redis did not take the entry; nothing was queued"}
 
 
@@ -85,6 +100,7 @@ QUEUE_DOWN = {"description": "Redis did not take the entry; nothing was queued"}
     "/logs",
     status_code=status.HTTP_202_ACCEPTED,
     responses={
+        status.HTTP_400_BAD_REQUEST: {"description": "Body could not be parsed"},
         status.HTTP_413_CONTENT_TOO_LARGE: {"description": "Body over 64 KiB"},
         status.HTTP_503_SERVICE_UNAVAILABLE: QUEUE_DOWN,
     },
