@@ -25,7 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 import redis
-from environment import machine_note
+from environment import docker_status, machine_note
 from grading import STEPS, skip_check
 from learner_service import LearnerService
 from processes import stop_all
@@ -266,6 +266,18 @@ def compose_file(target_root: Path | None) -> Path:
     if target_root is not None and (target_root / "docker-compose.yaml").is_file():
         return target_root / "docker-compose.yaml"
     return REPO_ROOT / "docker-compose.yaml"
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    """A Docker engine this user may talk to, or steps 4-5 are skipped with the fix."""
+    found = docker_status()
+    if not found.ok:
+        skip_check(
+            f"This step needs Docker. {found.problem}",
+            fix=found.fix,
+            lesson=found.lesson,
+        )
 
 
 @pytest.fixture(scope="session")

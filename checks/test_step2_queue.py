@@ -7,8 +7,11 @@ each check starts from an empty queue.
 """
 
 import json
+import os
+import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +19,7 @@ import pytest
 import redis
 from grading import learner_fail, skip_check
 from learner_service import FIELDS, LearnerService, describe
+from processes import run
 from redis_servers import RedisServer, decode, list_keys
 
 pytestmark = [pytest.mark.step(2), pytest.mark.timeout(90)]
@@ -110,6 +114,53 @@ def entry_problems(entry: Any, sent: dict[str, str]) -> list[str]:
     elif parsed.tzinfo is None:
         problems.append(f"timestamp {stamp!r} has no time zone; use datetime.now(UTC)")
     return problems
+
+
+# Prints what the learner's settings make of the environment it runs in.
+READ_SETTINGS = (
+    "import json; from config import settings; "
+    "print(json.dumps([settings.redis_host, settings.redis_port]))"
+)
+
+
+def test_settings_read_redis_host_and_port(collector_dir: Path) -> None:
+    """config.py reads REDIS_HOST and REDIS_PORT, with localhost:6379 by default."""
+    cases = [
+        ({"REDIS_HOST": "redis-queue", "REDIS_PORT": "6380"}, ["redis-queue", 6380]),
+        ({}, ["localhost", 6379]),
+    ]
+    for overrides, expected in cases:
+        env = {
+            k: v for k, v in os.environ.items() if k not in {"REDIS_HOST", "REDIS_PORT"}
+        }
+        sent = " ".join(f"{k}={v}" for k, v in overrides.items()) or "(neither set)"
+        finished = run(
+            [sys.executable, "-c", READ_SETTINGS],
+            cwd=collector_dir,
+            env={**env, **overrides},
+            timeout=15,
+        )
+        last_line = finished.stdout.strip().splitlines()[-1:] or [""]
+        try:
+            got = json.loads(last_line[0])
+        except ValueError:
+            got = None
+        if got != expected:
+            error = finished.stderr.strip().splitlines()[-1:] or [finished.stdout]
+            learner_fail(
+                "The settings in config.py do not read where Redis is from the "
+                "environment.",
+                sent=f"settings.redis_host, settings.redis_port with {sent}",
+                got=str(got) if got is not None else error[0][:300],
+                expected=f"{expected[0]!r}, {expected[1]}",
+                todo="2.1",
+                hint=(
+                    'Declare redis_host: str = "localhost" and redis_port: int = '
+                    "6379 in Settings; pydantic-settings fills them from REDIS_HOST "
+                    "and REDIS_PORT."
+                ),
+                lesson=f"{PAGE}#todo-2-1",
+            )
 
 
 def test_redis_host_and_port_come_from_the_environment(
