@@ -533,7 +533,7 @@ class LearnerService:
                 for loc, kind in errors
             ):
                 return (
-                    "LogIn does not declare that field yet: declare service_name, "
+                    "LogIn declares no such fields yet: declare service_name, "
                     "level and message in it (TODO 1.1).",
                     "module-1/step-1-api.md#todo-1-1",
                     "1.1",

@@ -74,8 +74,15 @@ def write_summary(
     passed = sum(result.outcome == "passed" for result in results)
     done = passed == len(results)
     label = module.replace("-", " ").capitalize()
+    steps_run = sorted({result.step for result in results})
+    # A run of some steps only must not read as the whole module done.
+    scope = (
+        ""
+        if set(steps_run) >= set(STEPS)
+        else f" (step {', '.join(map(str, steps_run))} only; `pytest checks` runs all)"
+    )
     terminal.write_line(
-        f"{label}: {passed} of {len(results)} checks passed",
+        f"{label}: {passed} of {len(results)} checks passed{scope}",
         green=done,
         red=not done,
         bold=True,

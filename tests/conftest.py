@@ -68,6 +68,8 @@ class RedisServer:
         # Append-only, like the Compose stack, so a restart keeps what was queued.
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--dir", str(self.data_dir), "--appendonly", "yes", "--save", ""]
+        # DEBUG SLEEP, from this machine only: how a test makes Redis slow.
+        args += ["--enable-debug-command", "local"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
         wait_until(self._answers, 10, f"redis-server on port {self.port}")
 

@@ -50,7 +50,7 @@ def test_solution_passes_steps_0_to_2_with_nothing_skipped(tmp_path, port_8000):
     assert run.returncode == 0, run.output
     run.assert_all("passed")
     assert {entry["step"] for entry in run.entries()} == {0, 1, 2}
-    assert "Module 1: 18 of 18 checks passed" in run.output
+    assert "Module 1: 19 of 19 checks passed" in run.output
 
 
 def test_starter_fails_step_1_because_login_has_no_fields(tmp_path):

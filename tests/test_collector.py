@@ -1,6 +1,9 @@
 """The finished collector against a real Redis: what lands in the queue, and when."""
 
+import asyncio
 import json
+import threading
+import time
 from datetime import datetime
 
 import httpx
@@ -127,3 +130,54 @@ def test_one_redis_client_serves_every_request(collector, redis_server):
 
     # Ours plus the collector's pool; one client per request would leave ~100.
     assert clients <= 3
+
+
+def test_a_burst_of_requests_waits_for_connections_instead_of_failing(
+    collector, redis_server
+):
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=300)
+        async with httpx.AsyncClient(base_url=collector.url, limits=limits) as client:
+            posts = [client.post("/logs", json=ENTRY, timeout=30) for _ in range(300)]
+            return [reply.status_code for reply in await asyncio.gather(*posts)]
+
+    statuses = asyncio.run(burst())
+
+    # More requests at once than the pool has connections (50): they queue up.
+    assert statuses == [202] * 300
+    assert redis_server.client().llen("logs_queue") == 300
+
+
+def test_offer_of_an_http2_upgrade_keeps_the_body(collector, redis_server):
+    # Java's HttpClient offers h2c on every plain-HTTP request by default.
+    response = httpx.post(
+        collector.url + "/logs",
+        json=ENTRY,
+        headers={
+            "Connection": "Upgrade, HTTP2-Settings",
+            "Upgrade": "h2c",
+            "HTTP2-Settings": "AAMAAABkAAQAAP__",
+        },
+    )
+
+    assert response.status_code == 202, response.text
+    assert redis_server.client().llen("logs_queue") == 1
+
+
+def test_push_that_times_out_is_503_and_not_sent_twice(collector, redis_server):
+    slow = redis_server.client()
+    blocker = threading.Thread(target=slow.execute_command, args=("DEBUG", "SLEEP", 3))
+    blocker.start()
+    time.sleep(0.2)  # DEBUG SLEEP has Redis itself stalled now
+
+    started = time.monotonic()
+    response = httpx.post(collector.url + "/logs", json=ENTRY, timeout=10)
+    waited = time.monotonic() - started
+    blocker.join()
+
+    assert response.status_code == 503
+    # One timeout (REDIS_TIMEOUT, 2 s) and no retry after it.
+    assert waited < 2.9
+    # Redis ran the push once it woke up: a timeout is no proof of failure,
+    # which is why the collector does not send it again.
+    assert redis_server.client().llen("logs_queue") == 1

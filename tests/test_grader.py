@@ -45,11 +45,13 @@ def test_report_shows_a_table_the_total_and_the_first_fix(tmp_path):
     assert lines[table + 1].split() == ["step", "passed", "failed", "skipped"]
     assert lines[table + 2].split() == ["0", "environment", "4", "0", "0"]
     assert lines[table + 3].split() == ["1", "the", "API", "0", "5", "0"]
-    assert lines[table + 4] == "Module 1: 4 of 9 checks passed"
+    assert lines[table + 4] == (
+        "Module 1: 4 of 9 checks passed (step 0, 1 only; `pytest checks` runs all)"
+    )
     assert (
         lines[table + 5] == "First to fix (step 1): A valid log entry is not rejected."
     )
-    assert lines[table + 6].startswith("  hint:   LogIn does not declare that field")
+    assert lines[table + 6].startswith("  hint:   LogIn declares no such fields yet")
     assert lines[table + 7] == (
         "  lesson: http://127.0.0.1:8001/module-1/step-1-api/#todo-1-1"
     )

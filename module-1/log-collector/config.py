@@ -14,6 +14,8 @@ class Settings(BaseSettings):
     # Seconds to wait for Redis before answering 503; keeps an outage from
     # turning into requests that hang.
     redis_timeout: float = 2.0
+    # Connections to Redis at most; more requests at once wait their turn.
+    redis_max_connections: int = 50
 
 
 settings = Settings()

@@ -19,9 +19,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from config import settings
@@ -93,7 +94,7 @@ async def validation_failed(
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
-QUEUE_DOWN = {"description": "Redis did not take the entry; nothing was queued"}
+QUEUE_DOWN = {"description": "Redis did not confirm the entry in time; send it again"}
 
 
 @app.post(

@@ -16,9 +16,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from config import settings
@@ -63,15 +64,21 @@ class QueuedEntry(LogIn):
 async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     """Open one Redis client when the app starts and close it when it stops."""
     # Step 2.2: one client for the app's lifetime, never one per request.
-    client = Redis(
+    pool = BlockingConnectionPool(
         host=settings.redis_host,
         port=settings.redis_port,
         socket_connect_timeout=settings.redis_timeout,
         socket_timeout=settings.redis_timeout,
+        # In a burst, a request waits for a free connection (up to the timeout)
+        # rather than failing at once when all of them are busy.
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout,
         # One immediate retry replaces a connection Redis has closed (after a
-        # restart, say). No backoff: during an outage answer 503 fast, not late.
-        retry=Retry(NoBackoff(), retries=1),
+        # restart, say). Only then: after a timeout the push may have landed, and
+        # sending it again would queue it twice.
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
     )
+    client = Redis.from_pool(pool)
     try:
         await client.ping()
         logger.info(
@@ -108,7 +115,7 @@ async def validation_failed(
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
-QUEUE_DOWN = {"description": "Redis did not take the entry; nothing was queued"}
+QUEUE_DOWN = {"description": "Redis did not confirm the entry in time; send it again"}
 
 
 @app.post(
