@@ -169,11 +169,25 @@ def test_redis_outage_under_load_is_fast_503s_then_recovery_with_nothing_lost(
     assert collector.output().count("Started server process") == 1
     assert "Traceback" not in collector.output()
 
-    # Nothing claimed that was not stored, and nothing stored unclaimed.
+    # Nothing claimed that was not stored, and nothing stored twice.
     accepted = load.accepted_ids()
     entries = queued_entries(redis_server.client().lrange("logs_queue", 0, -1))
-    assert len(entries) == len(accepted)
-    assert sorted(entry["id"] for entry in entries) == sorted(accepted)
+    queued = [entry["id"] for entry in entries]
+    assert len(set(queued)) == len(queued)
+    assert set(accepted) <= set(queued)
+    # The other way round holds but for the moment Redis shut down: a push it
+    # applied as it stopped may never have been confirmed, and so was answered
+    # 503 (a client sending it again would queue it twice: at least once).
+    # Only a 503 whose request was under way as Redis stopped can be one.
+    in_shutdown = [
+        a
+        for a in answers
+        if a.status == 503
+        and a.sent <= marks["down"]
+        and a.sent + a.seconds >= marks["stopping"]
+    ]
+    print(f"{len(queued) - len(accepted)} queued entries were answered 503")
+    assert len(queued) - len(accepted) <= len(in_shutdown)
 
 
 # --- The Compose stack --------------------------------------------------------
