@@ -334,6 +334,18 @@ _KNOWN: list[tuple[re.Pattern[str], Explanation]] = [
         ),
     ),
     (
+        # uvicorn's own words: the bind it failed is inside the container, where
+        # only the learner's code can hold 8000 first. Docker's words for a busy
+        # host port ("port is already allocated", "listen tcp4 ...") differ.
+        re.compile(r"error while attempting to bind on address \(.{0,60}8000\)", re.I),
+        Explanation(
+            "Inside the container something already listens on port 8000 when "
+            "uvicorn starts: your own code opens it (a server started when main.py "
+            "is imported?). Leave serving to the CMD's uvicorn.",
+            "module-1/step-3-dockerfile.md#todo-3-5",
+        ),
+    ),
+    (
         re.compile(
             r"(port is already allocated|address already in use).{0,80}8000"
             r"|8000.{0,80}(port is already allocated|address already in use)",

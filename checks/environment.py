@@ -339,6 +339,11 @@ def port_finding(roots: list[Path], port: int = APP_PORT) -> Finding:
         )
     if port_is_free(port):
         return Finding(ok=True, detail=f"port {port} is free")
+    return program_finding(port)
+
+
+def program_finding(port: int = APP_PORT) -> Finding:
+    """`port` is taken, and not by a container: which program holds it, if known."""
     holders = listening_processes(port)
     if holders:
         pid = holders[0].split()[0]
@@ -361,26 +366,37 @@ def port_finding(roots: list[Path], port: int = APP_PORT) -> Finding:
     )
 
 
-# Files in which a CR at a line end breaks something: shell scripts and a
-# Dockerfile's continuation lines; Python is held to the same rule, so that one
-# editor setting fixes them all.
+# The learner's text files whose line endings are looked at. Only in a script
+# does a CR at a line end break something: the kernel reads a `#!` line's
+# interpreter name with the CR on it, and a shell takes each command's last word
+# with it. Python, a Dockerfile and .dockerignore read CRLF as LF.
 LINE_ENDING_NAMES = ("Dockerfile", ".dockerignore")
-LINE_ENDING_SUFFIXES = (".py", ".sh")
+LINE_ENDING_SUFFIXES = (".py", ".sh", ".txt", ".toml", ".yaml", ".yml")
 SKIPPED_DIRS = {".venv", "venv", ".git", "__pycache__", "node_modules"}
 
 
 def files_with_crlf(root: Path) -> list[Path]:
-    """The learner's scripts under `root` that have Windows (CRLF) line endings."""
+    """The learner's files under `root` that have Windows (CRLF) line endings:
+    scripts (a `#!` line or .sh), the Dockerfile, Python and config files."""
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
         for name in sorted(files):
-            if name in LINE_ENDING_NAMES or name.endswith(LINE_ENDING_SUFFIXES):
-                path = Path(folder) / name
-                with contextlib.suppress(OSError):
-                    if b"\r\n" in path.read_bytes():
-                        found.append(path)
+            path = Path(folder) / name
+            listed = name in LINE_ENDING_NAMES or name.endswith(LINE_ENDING_SUFFIXES)
+            with contextlib.suppress(OSError):
+                if (listed or is_script(path)) and b"\r\n" in path.read_bytes():
+                    found.append(path)
     return found
+
+
+def is_script(path: Path) -> bool:
+    """Is this a file a CR at line ends breaks: a shell script or a `#!` script?"""
+    if path.suffix == ".sh":
+        return True
+    with contextlib.suppress(OSError), path.open("rb") as file:
+        return file.read(2) == b"#!"
+    return False
 
 
 def machine_note(machine: str = platform.machine()) -> tuple[str, bool]:

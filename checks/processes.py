@@ -13,9 +13,12 @@ when the run ends is killed by `stop_all`, which conftest calls.
 """
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -167,7 +170,7 @@ class Background:
         self.args = tuple(args)
         self.output = CappedOutput(cap)
         self.process = subprocess.Popen(
-            self.args,
+            (*_dies_with_grader(), *self.args),
             cwd=cwd,
             env=None if env is None else dict(env),
             stdin=subprocess.DEVNULL,
@@ -228,6 +231,31 @@ class Background:
         with _running_lock:
             _running.discard(self)
         return self.process.returncode
+
+
+@functools.cache
+def _dies_with_grader() -> tuple[str, ...]:
+    """A prefix that has the kernel kill a server when the grader dies, if it can.
+
+    `stop_all` and the signal handlers cover every end the grader sees coming;
+    a SIGKILL (an IDE's stop button, the OOM killer) gives it no chance. With
+    `setpriv --pdeathsig KILL` (util-linux, Linux) the server is killed the
+    moment the grader is, whatever ended it. That is set in setpriv, which then
+    execs the server with the same pid, rather than in a preexec_fn, which is
+    unsafe in a grader with threads. Elsewhere (macOS, an older util-linux
+    without --pdeathsig) there is no prefix, and the rest still applies.
+    """
+    setpriv = shutil.which("setpriv")
+    if not sys.platform.startswith("linux") or setpriv is None:
+        return ()
+    prefix = (setpriv, "--pdeathsig", "KILL")
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        probe = subprocess.run(
+            [*prefix, sys.executable, "-c", ""], capture_output=True, timeout=10
+        )
+        if probe.returncode == 0:
+            return prefix
+    return ()
 
 
 def _kill_group(pgid: int, signum: int) -> None:

@@ -9,7 +9,6 @@ select (a learner who runs `--step 2` keeps their step 1 results), as long as
 the target is the same tree.
 """
 
-import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -20,6 +19,9 @@ from typing import Any
 from grading import STEPS, lesson_url
 
 OUTCOMES = ("passed", "failed", "skipped")
+# A check whose call phase never reported: the run was stopped while it ran.
+UNFINISHED = "unfinished"
+INTERRUPTED = "Interrupted before it finished: run the checks again to grade it."
 
 
 @dataclass
@@ -27,17 +29,23 @@ class CheckResult:
     step: int
     check: str
     title: str
-    outcome: str = "passed"
+    outcome: str = UNFINISHED
     hint: str = ""
     lesson: str = ""
 
     def record(self, outcome: str, hint: str, lesson: str) -> None:
-        """Fold one phase (setup, call, teardown) in: a failure outranks a skip."""
-        rank = {"passed": 0, "skipped": 1, "failed": 2}
+        """Fold one phase (setup, call, teardown) in: a failure outranks a skip,
+        a skip a pass; conftest records a pass only for the call phase."""
+        rank = {UNFINISHED: 0, "passed": 1, "skipped": 2, "failed": 3}
         if rank[outcome] > rank[self.outcome]:
             self.outcome = outcome
             self.hint = hint
             self.lesson = lesson
+
+    def finish(self) -> None:
+        """At the end of the run: a check that never finished did not pass."""
+        if self.outcome == UNFINISHED:
+            self.record("failed", INTERRUPTED, self.lesson)
 
 
 def title_of(name: str, doc: str | None) -> str:
@@ -113,15 +121,12 @@ def write_results(
     """Save the results as JSON, keeping other checks' entries from earlier runs."""
     entries = [asdict(result) for result in results]
     ran = {(entry["step"], entry["check"]) for entry in entries}
-    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-        earlier = json.loads(path.read_text())
-        if earlier.get("target") == target:
-            kept = [
-                entry
-                for entry in earlier["checks"]
-                if (entry["step"], entry["check"]) not in ran
-            ]
-            entries = kept + entries
+    kept = [
+        entry
+        for entry in earlier_entries(path, target)
+        if (entry["step"], entry["check"]) not in ran
+    ]
+    entries = kept + entries
     entries.sort(key=lambda entry: entry["step"])
     document = {
         "module": module,
@@ -134,3 +139,34 @@ def write_results(
     partial.write_text(json.dumps(document, indent=2) + "\n")
     # A reader (the lessons site) never sees a half-written file.
     partial.replace(path)
+
+
+def earlier_entries(path: Path, target: str) -> list[dict[str, Any]]:
+    """The checks an earlier run of `target` saved at `path`, if it is sound.
+
+    The file may be hand-edited, half-copied or from an older grader; anything
+    not in the agreed shape counts as no file, and this run replaces it.
+    """
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(earlier, dict) or earlier.get("target") != target:
+        return []
+    checks = earlier.get("checks")
+    if not isinstance(checks, list) or not all(map(_sound_entry, checks)):
+        return []
+    return checks
+
+
+def _sound_entry(entry: object) -> bool:
+    texts = ("check", "title", "outcome", "hint", "lesson")
+    return (
+        isinstance(entry, dict)
+        and set(entry) == {"step", *texts}
+        # Not bool, which is an int too; a step the grader knows.
+        and type(entry["step"]) is int
+        and entry["step"] in STEPS
+        and all(isinstance(entry[name], str) for name in texts)
+        and entry["outcome"] in OUTCOMES
+    )

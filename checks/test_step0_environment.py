@@ -4,6 +4,7 @@ These run first, so a learner whose Docker is stopped hears that, with the fix
 for their system, before any later step fails for that reason.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,11 @@ from environment import (
     compose_finding,
     docker_status,
     files_with_crlf,
+    is_script,
     port_finding,
     python_finding,
 )
-from grading import learner_fail
+from grading import learner_fail, lesson_url
 
 pytestmark = [pytest.mark.step(0), pytest.mark.timeout(60)]
 
@@ -65,15 +67,29 @@ def test_port_8000_is_free_or_held_by_this_stack(
     )
 
 
-def test_scripts_have_unix_line_endings(collector_dir: Path) -> None:
-    """Your scripts and Dockerfile have Unix (LF) line endings."""
+def test_scripts_have_unix_line_endings(
+    collector_dir: Path, note: Callable[[str], None]
+) -> None:
+    """Your scripts have Unix (LF) line endings."""
     found = files_with_crlf(collector_dir)
-    if found:
-        names = ", ".join(shown(path) for path in found)
-        first = shown(found[0])
+    scripts = [path for path in found if is_script(path)]
+    others = [path for path in found if path not in scripts]
+    if others:
+        # Python, a Dockerfile and .dockerignore read CRLF as LF: worth knowing
+        # before a script is added, not worth failing for.
+        note(
+            f"note: Windows (CRLF) line endings in {', '.join(map(shown, others))}: "
+            "harmless in these, but they break a script. `git config --global "
+            "core.autocrlf input` keeps new files LF: "
+            + lesson_url("setup.md#line-endings")
+        )
+    if scripts:
+        names = ", ".join(shown(path) for path in scripts)
+        first = shown(scripts[0])
         learner_fail(
-            "Some files have Windows line endings (CRLF); inside a Linux container "
-            "a shell script or a Dockerfile line ending in CR breaks.",
+            "Some scripts have Windows line endings (CRLF); inside a Linux "
+            "container a script whose lines end in CR breaks (`/bin/sh^M: bad "
+            "interpreter`, or a command that fails for no visible reason).",
             got=f"CRLF in {names}",
             expected="LF line endings",
             hint=(

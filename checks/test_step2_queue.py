@@ -88,13 +88,63 @@ def post_and_expect_202(
     return response, sent
 
 
-def queue(client: redis.Redis) -> list[str]:
+# The Redis command that makes each type of key, for a learner who used it
+# where LPUSH belongs.
+WRITTEN_BY = {
+    "string": "SET",
+    "hash": "HSET",
+    "set": "SADD",
+    "zset": "ZADD",
+    "stream": "XADD",
+}
+
+
+def expect_list(client: redis.Redis, sent: str) -> None:
+    """Fail when logs_queue holds something other than a list.
+
+    Written with SET or HSET, it is a key of another type, which LRANGE and
+    BRPOP refuse (WRONGTYPE): the learner's mistake, to be named as such.
+    """
+    kind = decode(client.type(QUEUE)) or "none"
+    if kind in {"list", "none"}:
+        return
+    command = WRITTEN_BY.get(kind, "that command")
+    learner_fail(
+        f"{QUEUE} is a {kind}, not a list: use LPUSH (TODO 2.3).",
+        sent=sent,
+        got=f"TYPE {QUEUE} → {kind}",
+        expected="list",
+        hint=(
+            f"Push each entry with LPUSH onto {QUEUE}: {command} makes a {kind}, "
+            "which the analyzer cannot take entries from with BRPOP."
+        ),
+        lesson=f"{PAGE}#todo-2-3",
+        todo="2.3",
+    )
+
+
+def queue(client: redis.Redis, sent: str) -> list[str]:
     """The queue's entries, newest first (LPUSH puts each at the head)."""
+    expect_list(client, sent)
     return [decode(raw) or "" for raw in client.lrange(QUEUE, 0, -1)]
+
+
+# What `json_of` gives for an answer that is not JSON (None is JSON's null).
+NOT_JSON = object()
+
+
+def json_of(response: httpx.Response) -> Any:
+    """The answer's JSON, or NOT_JSON: a learner's answer may be anything."""
+    try:
+        return response.json()
+    except ValueError:
+        return NOT_JSON
 
 
 def entry_problems(entry: Any, sent: dict[str, str]) -> list[str]:
     """What is wrong with a queued (or returned) entry; [] when nothing is."""
+    if entry is NOT_JSON:
+        return ["it is not JSON"]
     if not isinstance(entry, dict):
         return [f"it is a JSON {type(entry).__name__}, not an object"]
     problems = [
@@ -167,6 +217,7 @@ def test_redis_host_and_port_come_from_the_environment(
     service: LearnerService, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     """The service reaches the Redis named by REDIS_HOST and REDIS_PORT."""
+    keys_before = set(redis_client.scan_iter(count=1000))
     response, sent = post(service)
     if response.status_code != 202:
         service.fail_unexpected(
@@ -179,7 +230,10 @@ def test_redis_host_and_port_come_from_the_environment(
             lesson="troubleshooting.md#redis-at-localhost",
             todo="2.1",
         )
-    if not any(list_keys(redis_client).values()):
+    # A new key of any type (a SET where LPUSH belongs is for the queue check
+    # to name), or entries in a list: either way the entry reached this Redis.
+    new_keys = set(redis_client.scan_iter(count=1000)) - keys_before
+    if not new_keys and not any(list_keys(redis_client).values()):
         learner_fail(
             "Your service answered 202, but nothing arrived in the Redis the grader "
             "gave it: the entry went to some other Redis.",
@@ -198,11 +252,7 @@ def test_valid_entry_is_accepted_with_id_and_timestamp(
 ) -> None:
     """A valid entry is answered 202 with the entry, its id and its timestamp."""
     response, sent = post_and_expect_202(service)
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    problems = entry_problems(body, VALID)
+    problems = entry_problems(json_of(response), VALID)
     if problems:
         learner_fail(
             "The 202 answer does not carry the queued entry: " + "; ".join(problems),
@@ -220,7 +270,7 @@ def test_queue_gains_exactly_one_json_entry(
 ) -> None:
     """One POST adds exactly one JSON entry to logs_queue, timestamped."""
     response, sent = post_and_expect_202(service)
-    entries = queue(redis_client)
+    entries = queue(redis_client, sent)
     if not entries:
         others = {name: size for name, size in list_keys(redis_client).items() if size}
         if others:
@@ -279,8 +329,10 @@ def test_queue_gains_exactly_one_json_entry(
             todo="2.3",
         )
     problems = entry_problems(entry, VALID)
-    answered = response.json() if response.text.startswith("{") else {}
-    if isinstance(entry, dict) and entry.get("id") != answered.get("id"):
+    answered = json_of(response)
+    if not isinstance(answered, dict):
+        problems.append("the 202 answer is not a JSON object, so its id is unknown")
+    elif isinstance(entry, dict) and entry.get("id") != answered.get("id"):
         problems.append("its id is not the id in the 202 answer")
     if problems:
         learner_fail(
@@ -302,6 +354,8 @@ def test_entries_come_back_oldest_first_through_brpop(
     sent_order = ["first", "second", "third"]
     for message in sent_order:
         post_and_expect_202(service, {**VALID, "message": message})
+    sent = "three POSTs: messages first, second, third"
+    expect_list(redis_client, sent)
     taken = []
     for _ in sent_order:
         popped = redis_client.brpop([QUEUE], timeout=1)
@@ -315,7 +369,7 @@ def test_entries_come_back_oldest_first_through_brpop(
         reversed_order = taken == sent_order[::-1]
         learner_fail(
             "Entries did not come back through BRPOP in the order they were sent.",
-            sent="three POSTs: messages first, second, third",
+            sent=sent,
             got=f"BRPOP gave {taken}",
             expected=f"{sent_order}",
             hint=(
@@ -335,11 +389,11 @@ def test_invalid_entries_queue_nothing(
     """Entries that fail validation are not queued."""
     # First show that a valid entry is queued: a service that queues nothing at
     # all must not pass this check.
-    post_and_expect_202(service)
-    if not queue(redis_client):
+    _, sent = post_and_expect_202(service)
+    if not queue(redis_client, sent):
         learner_fail(
             f"A valid entry was answered 202 but not pushed onto {QUEUE}.",
-            sent=f"POST /logs {json.dumps(VALID)}",
+            sent=sent,
             got=f"LRANGE {QUEUE} 0 -1 → (empty)",
             expected="one entry",
             hint=f"LPUSH the entry's JSON onto settings.queue_name ({QUEUE}).",
@@ -488,10 +542,8 @@ def test_health_reports_redis_up_and_down(
 
 
 def _redis_field(response: httpx.Response) -> Any:
-    try:
-        return response.json().get("redis")
-    except (ValueError, AttributeError):
-        return None
+    answer = json_of(response)
+    return answer.get("redis") if isinstance(answer, dict) else None
 
 
 def test_one_redis_client_serves_many_requests(

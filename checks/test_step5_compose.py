@@ -23,7 +23,12 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
-from environment import compose_finding, containers_publishing, port_is_free
+from environment import (
+    compose_finding,
+    containers_publishing,
+    port_is_free,
+    program_finding,
+)
 from grading import learner_fail, skip_check
 from processes import Finished
 
@@ -45,7 +50,11 @@ def compose(docker_ready, compose_file: Path, collector_dir: Path) -> docker.Com
     """`docker compose` on the graded compose file, building the graded tree."""
     found = compose_finding()
     if not found.ok:
-        skip_check(f"Step 5 needs {found.problem}", fix=found.fix, lesson=found.lesson)
+        skip_check(
+            f"Step 5 needs Compose v2 (`docker compose`). {found.problem}",
+            fix=found.fix,
+            lesson=found.lesson,
+        )
     return docker.Compose(compose_file, collector_dir.parent)
 
 
@@ -226,15 +235,20 @@ class Stack:
         return not self.problem
 
 
-def port_holder() -> str:
-    """Who holds host port 8000, as far as Docker can tell."""
+def port_taken() -> tuple[str, str]:
+    """Why host port 8000 is taken, and how to free it: a container or a program."""
     holders = containers_publishing(8000)
     if not holders:
-        return "a program on this machine"
+        found = program_finding(8000)
+        return found.problem, found.fix
     holder = holders[0]
-    if holder.project:
-        return f'the container {holder.name} (Compose project "{holder.project}")'
-    return f"the container {holder.name}"
+    problem = f"Host port 8000 is taken by the container {holder.name}"
+    if not holder.project:
+        return problem + ".", f"Stop it (`docker stop {holder.name}`), then run again."
+    return (
+        f'{problem} (Compose project "{holder.project}").',
+        f"Stop that stack (`docker compose -p {holder.project} down`), then run again.",
+    )
 
 
 def diagnose(stack: Stack) -> None:
@@ -296,14 +310,9 @@ def stack(compose: docker.Compose, config) -> Iterator[Stack]:
     compose.down()
     try:
         if not port_is_free(8000):
-            running.problem = (
-                f"Host port 8000 is taken by {port_holder()}, and the stack "
-                "publishes 8000."
-            )
-            running.hint = (
-                "Stop it (`docker compose down` stops the stack from the lessons), "
-                "then run the checks again: they bring up a copy of their own."
-            )
+            problem, fix = port_taken()
+            running.problem = f"{problem} The stack publishes 8000."
+            running.hint = f"{fix} The checks bring up a stack of their own."
             running.lesson = "troubleshooting.md#port-busy"
             yield running
             return

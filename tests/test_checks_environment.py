@@ -110,6 +110,16 @@ def test_missing_compose_plugin_is_reported(tmp_path):
     run.assert_failed(
         "test_compose_v2_is_installed", "setup.md#compose-v2", "docker-compose-plugin"
     )
+    # Step 5 cannot run without it: skipped, saying so in a sentence.
+    step5 = run_grader(
+        SOLUTIONS,
+        5,
+        tmp_path=tmp_path,
+        extra=("-k", "compose_file_is_valid"),
+        env={"DOCKER_CONFIG": str(empty)},
+    )
+    assert step5.outcome("test_compose_file_is_valid") == "skipped", step5.output
+    assert "Step 5 needs Compose v2 (`docker compose`). " in step5.output
 
 
 def test_compose_v1_alone_is_named_plainly():
@@ -176,24 +186,67 @@ def test_port_8000_held_by_the_course_stack_passes(tmp_path, port_8000, docker):
         )
 
 
-def test_crlf_line_endings_are_named_with_the_fix(tmp_path):
+def test_crlf_in_scripts_fails_naming_them_with_the_fix(tmp_path):
     root = variant(tmp_path)
     collector = root / "module-1" / "log-collector"
-    dockerfile = collector / "Dockerfile"
-    dockerfile.write_bytes(dockerfile.read_bytes().replace(b"\n", b"\r\n"))
     (collector / "start.sh").write_bytes(b"#!/bin/sh\r\nexec uvicorn main:app\r\n")
+    # A script is known by its first line as well as by its name.
+    (collector / "serve").write_bytes(b"#!/bin/sh\r\nexec uvicorn main:app\r\n")
     # A virtual environment is not the learner's to fix, so it is not looked at.
     (collector / ".venv").mkdir()
-    (collector / ".venv" / "vendored.py").write_bytes(b"x = 1\r\n")
+    (collector / ".venv" / "activate.sh").write_bytes(b"x=1\r\n")
     run = run_grader(root, 0, tmp_path=tmp_path, extra=("-k", "line_endings"))
     run.assert_failed(
         "test_scripts_have_unix_line_endings", "setup.md#line-endings", "sed -i"
     )
-    assert "log-collector/Dockerfile" in run.output
     assert "log-collector/start.sh" in run.output
-    assert "vendored.py" not in run.output
+    assert "log-collector/serve" in run.output
+    assert "activate.sh" not in run.output
     clean = run_grader(SOLUTIONS, 0, tmp_path=tmp_path, extra=("-k", "line_endings"))
     assert clean.outcome("test_scripts_have_unix_line_endings") == "passed"
+    assert "CRLF" not in clean.output
+
+
+def test_crlf_where_it_is_harmless_passes_with_a_note(tmp_path):
+    """Python, a Dockerfile and .dockerignore read CRLF as LF (Docker builds them)."""
+    root = variant(tmp_path)
+    collector = root / "module-1" / "log-collector"
+    for name in ("Dockerfile", ".dockerignore", "main.py"):
+        path = collector / name
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    run = run_grader(root, 0, tmp_path=tmp_path, extra=("-k", "line_endings"))
+    assert run.outcome("test_scripts_have_unix_line_endings") == "passed", run.output
+    note = next(line for line in run.output.splitlines() if line.startswith("note:"))
+    assert "Windows (CRLF) line endings in" in note
+    for name in ("Dockerfile", ".dockerignore", "main.py"):
+        assert f"log-collector/{name}" in note
+    assert "core.autocrlf input" in note
+
+
+def test_git_keeps_lf_in_what_a_windows_checkout_would_break():
+    """.gitattributes: LF even where core.autocrlf=true would write CRLF."""
+    need(shutil.which("git") is not None, "git is not installed")
+    paths = [
+        "solutions/module-1/log-collector/main.py",
+        "module-1/log-collector/Dockerfile",
+        "module-1/log-collector/.dockerignore",
+        "module-1/log-collector/requirements.txt",
+        "docker-compose.yaml",
+        "mkdocs.yml",
+        "pyproject.toml",
+        "README.md",
+        "start.sh",
+        ".ci/run",
+    ]
+    attributes = subprocess.run(
+        ["git", "check-attr", "eol", "--", *paths],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert attributes.stdout.splitlines() == [f"{path}: eol: lf" for path in paths]
 
 
 @pytest.mark.parametrize(

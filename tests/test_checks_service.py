@@ -169,6 +169,58 @@ def test_misspelt_queue_name_fails_the_queue_check(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("write", "kind"),
+    [
+        ("set(settings.queue_name, entry.model_dump_json())", "string"),
+        ("hset(settings.queue_name, entry.id, entry.model_dump_json())", "hash"),
+    ],
+    ids=["set", "hset"],
+)
+def test_queue_of_another_type_is_named_without_a_traceback(tmp_path, write, kind):
+    root = variant(
+        tmp_path,
+        (MAIN, PUSH, f"        await request.state.redis.{write}"),
+    )
+    run = grade(root, tmp_path, 2)
+    # The entry did reach the grader's Redis, only not as a list.
+    assert run.outcome("test_redis_host_and_port_come_from_the_environment") == "passed"
+    for check in (
+        "test_queue_gains_exactly_one_json_entry",
+        "test_entries_come_back_oldest_first_through_brpop",
+        "test_invalid_entries_queue_nothing",
+    ):
+        run.assert_failed(check, f"{STEP_2}#todo-2-3", "LPUSH", kind)
+    assert f"logs_queue is a {kind}, not a list: use LPUSH (TODO 2.3)." in run.output
+    assert "Traceback" not in run.output
+    assert "WRONGTYPE" not in run.output
+
+
+def test_answer_that_is_not_json_is_told_plainly(tmp_path):
+    # A 202 whose body starts like a JSON object and is not one.
+    root = variant(
+        tmp_path,
+        (
+            MAIN,
+            "    return entry\n",
+            '    return Response("{" + entry.model_dump_json(), status_code=202)\n',
+        ),
+    )
+    run = grade(root, tmp_path, 2)
+    run.assert_failed(
+        "test_valid_entry_is_accepted_with_id_and_timestamp",
+        f"{STEP_2}#todo-2-3",
+        "QueuedEntry",
+    )
+    assert "does not carry the queued entry: it is not JSON" in run.output
+    run.assert_failed(
+        "test_queue_gains_exactly_one_json_entry", f"{STEP_2}#todo-2-3", "QueuedEntry"
+    )
+    assert "the 202 answer is not a JSON object" in run.output
+    assert "Traceback" not in run.output
+    assert "JSONDecodeError" not in run.output
+
+
 def test_client_per_request_fails_the_connections_check(tmp_path):
     root = variant(
         tmp_path,

@@ -5,6 +5,7 @@ select one quick check with -k, since what is under test is the machinery
 around the checks, not the checks.
 """
 
+import contextlib
 import json
 import os
 import pty
@@ -30,6 +31,7 @@ from grader_runs import (
     processes_marked,
     run_grader,
     temp_dir,
+    variant,
 )
 
 PYTHON_CHECK = ("-k", "python_is_new_enough")
@@ -105,7 +107,7 @@ def test_steps_run_in_step_order_and_combine_with_k(tmp_path):
         2,
         0,
         tmp_path=tmp_path,
-        extra=("-k", "python_is_new_enough or host_and_port", "-v"),
+        extra=("-k", "python_is_new_enough or come_from_the_environment", "-v"),
     )
     assert run.returncode == 0, run.output
     assert [(e["step"], e["check"]) for e in run.entries()] == [
@@ -323,3 +325,123 @@ def test_given_redis_keeps_its_data_apart_from_the_queue(tmp_path, redis_server)
     )
     assert client.get("learners-own-key") == "kept"
     assert json.loads(client.lpop("logs_queue"))["message"] == "Transaction failed"
+
+
+def test_check_cut_off_by_kill_is_not_passed(tmp_path):
+    """`kill` while a check waits for an answer: that check did not pass."""
+    need(shutil.which("redis-server") is not None, "redis-server is not on PATH")
+    arrived = tmp_path / "request-arrived"
+    tree = variant(
+        tmp_path,
+        ("main.py", "import logging\n", "import asyncio\nimport logging\n"),
+        (
+            "main.py",
+            "    entry = QueuedEntry(**log.model_dump())",
+            f"    open({str(arrived)!r}, 'w').close()\n"
+            "    await asyncio.sleep(4)\n"
+            "    entry = QueuedEntry(**log.model_dump())",
+        ),
+    )
+    results = tmp_path / "results.json"
+    output = tmp_path / "output.txt"
+    marker = uuid.uuid4().hex
+    with output.open("w") as sink:
+        grader = subprocess.Popen(
+            grader_command(tree, (1,), results, ("-k", "valid_entry")),
+            cwd=ROOT,
+            env=grader_env(None, marker, tmp_path),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # The check has sent its POST and waits for the slow answer.
+        deadline = time.monotonic() + 60
+        while not arrived.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert arrived.exists(), output.read_text()
+        grader.send_signal(signal.SIGTERM)
+        assert grader.wait(timeout=30) != 0
+    finally:
+        if grader.poll() is None:
+            grader.kill()
+            grader.wait()
+    printed = output.read_text()
+    assert "Module 1: 0 of 1 checks passed" in printed, printed
+    assert "Interrupted before it finished" in printed
+    [entry] = json.loads(results.read_text())["checks"]
+    assert entry["check"] == "test_valid_entry_is_not_rejected"
+    assert entry["outcome"] == "failed"
+    assert entry["hint"].startswith("Interrupted before it finished")
+    assert processes_marked(marker, tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [
+        "[]",
+        "{not json",
+        '{"target": "module-1", "checks": {}}',
+        '{"target": "module-1", "checks": [{"step": "0", "check": "x", "title": "",'
+        ' "outcome": "passed", "hint": "", "lesson": ""}]}',
+        '{"target": "module-1", "checks": [{"step": 0, "check": "x"}]}',
+    ],
+    ids=["list", "not-json", "checks-not-a-list", "step-a-string", "entry-short"],
+)
+def test_unsound_results_file_is_replaced(tmp_path, earlier):
+    results = tmp_path / "results.json"
+    results.write_text(earlier)
+    run = run_grader(
+        STARTER_TREE, 0, tmp_path=tmp_path, results=results, extra=PYTHON_CHECK
+    )
+    assert run.returncode == 0, run.output
+    assert "INTERNALERROR" not in run.output
+    assert [e["check"] for e in run.entries()] == ["test_python_is_new_enough"]
+
+
+def test_target_may_start_with_a_tilde(tmp_path):
+    """`--target=~/x`: a shell leaves the `~` there, so the grader expands it."""
+    home = tmp_path / "home"
+    tree = copy_tree(SOLUTIONS, home, "course")
+    run = run_grader(
+        "~/course", 0, tmp_path=tmp_path, extra=PYTHON_CHECK, env={"HOME": str(home)}
+    )
+    assert run.returncode == 0, run.output
+    assert run.results["target"] == str(tree / "module-1")
+
+
+def test_no_process_outlives_a_killed_grader(tmp_path):
+    """SIGKILL gives the grader no clean-up; on Linux the kernel stops its servers."""
+    need(shutil.which("redis-server") is not None, "redis-server is not on PATH")
+    need(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
+    tree = copy_tree(SOLUTIONS, tmp_path)
+    main = tree / "module-1" / "log-collector" / "main.py"
+    main.write_text(main.read_text() + "\nwhile True:\n    pass\n")
+    marker = uuid.uuid4().hex
+    grader = subprocess.Popen(
+        grader_command(tree, (1,), tmp_path / "results.json", ()),
+        cwd=ROOT,
+        env=grader_env(None, marker, tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        servers: list[str] = []
+        while time.monotonic() < deadline:
+            started = processes_marked(marker, tmp_path)
+            servers = [p for p in started if "uvicorn" in p or "redis-server" in p]
+            if len(servers) == 2:
+                break
+            time.sleep(0.2)
+        assert len(servers) == 2, servers
+    finally:
+        grader.kill()
+        grader.wait()
+    deadline = time.monotonic() + 10
+    while (left := processes_marked(marker, tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # Were any left, they would spin for good: end them before failing.
+    for process in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(process.split()[0]), signal.SIGKILL)
+    assert left == []
