@@ -153,6 +153,25 @@ def start_collector(tmp_path: Path) -> Iterator[Callable[..., Collector]]:
             collector.process.kill()
 
 
+def compose(project: str, *args: str, files: tuple[str, ...] = (), timeout=120) -> str:
+    """`docker compose` on the solution's stack, as project `project`; its stdout.
+
+    A project name of the test's own keeps it clear of a learner's stack; `files`
+    adds `-f` options for overrides.
+    """
+    result = subprocess.run(
+        ["docker", "compose", "-p", project, *files, *args],
+        cwd=ROOT,
+        env={**os.environ, "MODULE_DIR": "solutions/module-1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"docker compose {' '.join(args)}:\n{result.stderr}"
+    return result.stdout
+
+
 @pytest.fixture(scope="session")
 def docker() -> None:
     """A Docker engine and Compose v2, or a skip (a failure in CI)."""

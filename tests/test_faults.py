@@ -15,7 +15,6 @@ Load is a bounded number of asyncio workers for a bounded time, all on
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 from collections import Counter
@@ -25,7 +24,8 @@ from statistics import median
 
 import httpx
 import pytest
-from conftest import ROOT, SOLUTION, RedisServer, wait_until
+from conftest import SOLUTION, RedisServer, wait_until
+from conftest import compose as run_compose
 
 ENTRY = {
     "service_name": "payment-service",
@@ -197,21 +197,12 @@ PROJECT = "sentinel-faults-test"
 STACK_URL = "http://127.0.0.1:8000"
 
 
-def compose(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["docker", "compose", "-p", PROJECT, *args],
-        cwd=ROOT,
-        env={**os.environ, "MODULE_DIR": "solutions/module-1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, f"docker compose {' '.join(args)}:\n{result.stderr}"
-    return result
+def compose(*args: str, timeout: float = 120) -> str:
+    return run_compose(PROJECT, *args, timeout=timeout)
 
 
 def container_of(service: str) -> str:
-    return compose("ps", "-a", "-q", service).stdout.strip()
+    return compose("ps", "-a", "-q", service).strip()
 
 
 def inspect(container: str, template: str) -> str:
@@ -225,10 +216,9 @@ def inspect(container: str, template: str) -> str:
 
 
 def stack_queue() -> list[str]:
-    result = compose(
+    return compose(
         "exec", "-T", "redis-queue", "redis-cli", "lrange", "logs_queue", "0", "-1"
-    )
-    return result.stdout.splitlines()
+    ).splitlines()
 
 
 @pytest.fixture

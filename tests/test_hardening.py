@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, SOLUTION, STARTER, need, wait_until
+from conftest import compose as run_compose
 
 IMAGE = "sentinel-tests/log-collector:hardening"
 ENTRY = {
@@ -139,16 +140,7 @@ STACK_URL = "http://127.0.0.1:8000"
 
 
 def compose(*args: str, timeout: float = 120) -> str:
-    result = subprocess.run(
-        ["docker", "compose", "-p", PROJECT, *COMPOSE_FILES, *args],
-        cwd=ROOT,
-        env={**os.environ, "MODULE_DIR": "solutions/module-1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, f"docker compose {' '.join(args)}:\n{result.stderr}"
-    return result.stdout
+    return run_compose(PROJECT, *args, files=COMPOSE_FILES, timeout=timeout)
 
 
 def sh(command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
