@@ -1,5 +1,6 @@
 """The repository keeps its own rules: the pre-commit hooks pass on every file."""
 
+import re
 import subprocess
 import sys
 
@@ -19,3 +20,12 @@ def test_pre_commit_hooks_pass_on_every_file():
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_runs_the_test_command_the_readme_shows():
+    script = (ROOT / ".ci" / "run").read_text()
+    # The command is the line that runs pytest on tests/, alone on its line.
+    commands = re.findall(r"^\s*(\S*python -m pytest tests)\s*$", script, re.M)
+
+    assert commands == [".venv/bin/python -m pytest tests"]
+    assert commands[0] in (ROOT / "README.md").read_text()
