@@ -34,6 +34,10 @@ class LearnerFailure(pytest.fail.Exception):
         self.lesson = lesson
 
 
+# The hints this run has printed in full; pytest lists failures in run order.
+_HINTS_SHOWN: set[str] = set()
+
+
 def learner_fail(
     problem: str,
     *,
@@ -58,8 +62,13 @@ def learner_fail(
         lines.append(f"  expected: {expected}")
     if todo is not None:
         lines.append(f"  revisit:  TODO {todo}")
-    lines.append(f"  hint:     {hint}")
-    lines.append(f"  lesson:   {lesson_url(lesson)}")
+    if hint in _HINTS_SHOWN:
+        # Several checks often fail for one reason; say it once.
+        lines.append("  hint:     the same as above")
+    else:
+        _HINTS_SHOWN.add(hint)
+        lines.append(f"  hint:     {hint}")
+        lines.append(f"  lesson:   {lesson_url(lesson)}")
     # `from None`: called while handling an error (a timeout, say), the message
     # alone is the report; the grader's own exception chain is noise to a learner.
     raise LearnerFailure("\n".join(lines), hint=hint, lesson=lesson) from None
