@@ -23,10 +23,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "solutions"
 STARTER_TREE = ROOT  # holds module-1/
-# Two plugins installed for other tests (schemathesis and its hypothesis) take
-# seconds to load and play no part in grading; leaving them out of these runs
-# keeps the suite quick. bench/checks_speed.py times the learner's full command.
-QUIET_PLUGINS = ("-p", "no:schemathesis", "-p", "no:hypothesispytest")
 # Every process a grader run starts inherits this variable, which is how a
 # test finds any it left behind. redis-server overwrites its environment with
 # its process title, so it is found by its working folder instead: the grader
@@ -117,7 +113,7 @@ def grader_command(
     for step in steps:
         command += ["--step", str(step)]
     command += ["-p", "no:cacheprovider", "--results", str(results)]
-    return command + [*QUIET_PLUGINS, *extra]
+    return command + list(extra)
 
 
 def grader_env(
